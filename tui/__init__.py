@@ -1,0 +1,3 @@
+"""rst-triage: find who sent the TCP reset."""
+
+__version__ = "0.1.0"

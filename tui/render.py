@@ -1,0 +1,96 @@
+"""Text and Markdown renderings of an analysis (the JSON one is Analysis.to_json)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tui.model import Analysis, ResetEvent
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}"
+
+
+def first_per_capture(result: Analysis) -> list[ResetEvent]:
+    seen: dict[str, ResetEvent] = {}
+    for e in result.resets:
+        seen.setdefault(e.capture, e)
+    return [seen[c.path] for c in result.captures if c.path in seen]
+
+
+def render_text(result: Analysis, seconds: float) -> str:
+    v = result.verdict
+    lines = []
+    n_pk = sum(c.packets for c in result.captures)
+    lines.append(
+        f"Analysed {len(result.captures)} capture(s), {n_pk} packets, "
+        f"{result.resets_total} reset(s) in {seconds:.2f}s"
+    )
+    for c in result.captures:
+        host = f" ({c.vantage_host})" if c.vantage_host else ""
+        lines.append(
+            f"  {os.path.basename(c.path)}: {c.format}, {c.linktype}, {c.packets} packets,"
+            f" vantage {c.vantage}{host}"
+        )
+    lines.append("")
+    lines.append(f"Verdict: origin {v.origin.upper()}, cause {v.cause} (confidence {v.confidence:.2f})")
+    lines.append(f"  {v.summary}")
+    if v.evidence:
+        lines.append("Evidence:")
+        lines.extend(f"  - {e}" for e in v.evidence)
+    firsts = first_per_capture(result)
+    if firsts:
+        lines.append("First reset at each vantage:")
+        for e in firsts:
+            lines.append(
+                f"  {os.path.basename(e.capture)} #{e.frame} {_when(e.time)}"
+                f" {e.src}:{e.sport} -> {e.dst}:{e.dport} {e.conn_state}"
+                f" {e.origin}/{e.cause} {e.confidence:.2f}"
+            )
+    if v.next_steps:
+        lines.append("Next steps:")
+        lines.extend(f"  - {s}" for s in v.next_steps)
+    if len(result.resets) > len(firsts):
+        lines.append(f"({len(result.resets)} resets classified; --json lists them all)")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(result: Analysis) -> str:
+    v = result.verdict
+    out = [f"## Reset analysis: {v.origin} / {v.cause} (confidence {v.confidence:.2f})", ""]
+    out.append(v.summary)
+    out.append("")
+    out.append("### Captures")
+    out.append("")
+    out.append("| file | format | link type | packets | vantage |")
+    out.append("|---|---|---|---|---|")
+    for c in result.captures:
+        host = f" ({c.vantage_host})" if c.vantage_host else ""
+        out.append(
+            f"| `{os.path.basename(c.path)}` | {c.format} | {c.linktype} | {c.packets} | {c.vantage}{host} |"
+        )
+    out.append("")
+    if v.evidence:
+        out.append("### Evidence")
+        out.append("")
+        out.extend(f"- {e}" for e in v.evidence)
+        out.append("")
+    firsts = first_per_capture(result)
+    if firsts:
+        out.append("### First reset at each vantage")
+        out.append("")
+        out.append("| capture | frame | time (UTC) | from | to | state | origin / cause | confidence |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for e in firsts:
+            out.append(
+                f"| `{os.path.basename(e.capture)}` | {e.frame} | {_when(e.time)} | {e.src}:{e.sport}"
+                f" | {e.dst}:{e.dport} | {e.conn_state} | {e.origin} / {e.cause} | {e.confidence:.2f} |"
+            )
+        out.append("")
+    if v.next_steps:
+        out.append("### Next steps")
+        out.append("")
+        out.extend(f"- {s}" for s in v.next_steps)
+        out.append("")
+    return "\n".join(out)
