@@ -9,10 +9,12 @@ that would settle it: a wrong origin stated with confidence is the worst output 
 from __future__ import annotations
 
 import statistics
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from tui import rst_payload
 from tui.capture_reader import ACK, FIN, RST, SYN, TcpPacket, open_capture
 from tui.flows import CaptureScan, Conn, Direction, RstSighting, decode_frame, scan, syn_options
 from tui.model import Analysis, CaptureInfo, Hints, ResetEvent
@@ -30,6 +32,13 @@ class Scanned:
     info: CaptureInfo
     local_ips: set[str] = field(default_factory=set)  # addresses of the vantage host
     host_ttl: dict[str, int] = field(default_factory=dict)  # usual TTL per sender address
+    ip_packets: Counter = field(default_factory=Counter)  # packets sent per address
+    rst_ttls: dict[int, Counter] = field(default_factory=dict)  # id(conn) -> (src, ttl) counts
+    served: dict[tuple[str, int], float] = field(default_factory=dict)  # (ip, port) -> SYN-ACK time
+    rst_sigs: set[tuple] = field(default_factory=set)  # (seq, ack, flags) of every RST kept
+    isns: set[int] = field(default_factory=set)  # the originators' initial sequence numbers
+    isn_of_rst: dict[int, int] = field(default_factory=dict)  # RST frame number -> conn's ISN
+    span: tuple[float, float] = (0.0, 0.0)  # first and last packet time
 
 
 def analyze_files(paths: list[str], hints: Optional[Hints] = None) -> Analysis:
@@ -91,6 +100,27 @@ def _describe(sc: CaptureScan, hints: Hints) -> Scanned:
                     ttl_votes[ep.ip][ttl] += n
     s.host_ttl = {ip: c.most_common(1)[0][0] for ip, c in ttl_votes.items()}
     s.local_ips = _local_ips(sc, s.host_ttl)
+    for ip, votes in ttl_votes.items():
+        s.ip_packets[ip] = sum(votes.values())
+    isn_of_conn: dict[int, int] = {}
+    for conn in sc.conns:
+        if conn.b is not None and conn.b.syn is not None and conn.b.syn[3][conn.b.syn[7] + 13] & ACK:
+            s.served.setdefault((conn.resp.ip, conn.resp.port), conn.b.syn[1])
+        if conn.syn_seen and conn.a.syn is not None:
+            p = decode_frame(conn.a.syn)
+            if p is not None:
+                s.isns.add(p.seq)
+                isn_of_conn[id(conn)] = p.seq
+    for conn, sg in sc.resets:
+        p = sg.packet
+        if p is None:
+            continue
+        s.rst_ttls.setdefault(id(conn), Counter())[(p.src, p.ttl)] += 1
+        s.rst_sigs.add((p.seq, p.ack, p.flags & (SYN | ACK | RST)))
+        if id(conn) in isn_of_conn:
+            s.isn_of_rst[p.num] = isn_of_conn[id(conn)]
+    if sc.conns:
+        s.span = (min(c.first_ts for c in sc.conns), max(c.last_ts for c in sc.conns))
     return s
 
 
@@ -117,23 +147,31 @@ def _local_ips(sc: CaptureScan, host_ttl: dict[str, int]) -> set[str]:
         # yet decremented by a router is the one we captured on
         cands = [ip for ip in common if ip in initial]
         return set(cands) if len(cands) == 1 else set()
-    # No common address: a proxy captured with ``-i any`` accepts on one address and
-    # connects from another, inside the inbound connection's lifetime; both of its
-    # addresses send with an initial TTL.
+    # A dual-stack host: its IPv4 and its IPv6 address between them are in every connection.
+    v4 = max((ip for ip in count if ":" not in ip), key=count.__getitem__, default=None)
+    v6 = max((ip for ip in count if ":" in ip), key=count.__getitem__, default=None)
+    if v4 and v6 and count[v4] + count[v6] >= 0.9 * n and count[v4] >= 2 and count[v6] >= 2:
+        if all(v4 in (c.orig.ip, c.resp.ip) or v6 in (c.orig.ip, c.resp.ip) for c in sc.conns):
+            return {v4, v6}
+    # A proxy captured with ``-i any`` accepts on one address and connects from another,
+    # inside the inbound connection's lifetime; both of its addresses send with an
+    # initial TTL.
     pairs = set()
-    handshaken = [c for c in sc.conns if c.syn_seen]
+    handshaken = sorted((c for c in sc.conns if c.syn_seen), key=lambda c: c.first_ts)
+    starts = [c.first_ts for c in handshaken]
     for c1 in handshaken:
         if c1.resp.ip not in initial:
             continue
-        for c2 in handshaken:
+        for c2 in handshaken[bisect_left(starts, c1.first_ts) : bisect_right(starts, c1.last_ts)]:
             if (
                 c2 is not c1
                 and c2.orig.ip in initial
                 and c2.orig.ip not in (c1.orig.ip, c1.resp.ip)
                 and c2.resp.ip != c1.orig.ip
-                and c1.first_ts <= c2.first_ts <= c1.last_ts
             ):
                 pairs.add((c1.resp.ip, c2.orig.ip))
+                if len(pairs) > 1:
+                    return set()
     if len(pairs) == 1:
         local = set(next(iter(pairs)))
         if all(c.orig.ip in local or c.resp.ip in local for c in sc.conns):
@@ -225,7 +263,7 @@ def _signatures(s: Scanned) -> dict[tuple, float]:
                 if p is not None:
                     sig[(p.seq, p.ack, p.flags & (SYN | ACK | RST))] = p.ts
     for _c, sighting in s.scan.resets:
-        p = decode_frame(sighting.frame)
+        p = sighting.packet
         if p is not None:
             sig[(p.seq, p.ack, p.flags & (SYN | ACK | RST))] = p.ts
     return sig
@@ -294,7 +332,7 @@ def _fmt_t(t: float, t0: float) -> str:
 
 
 def _classify(s: Scanned, conn: Conn, sighting: RstSighting, roles: dict[str, str]) -> ResetEvent:
-    rst = decode_frame(sighting.frame)
+    rst = sighting.packet
     assert rst is not None
     before = _decode_all(sighting.before)
     after = _decode_all(sighting.after)
@@ -329,8 +367,12 @@ def _classify(s: Scanned, conn: Conn, sighting: RstSighting, roles: dict[str, st
         f" TTL {rst.ttl}, IP ID {_ipid(rst)}, window {rst.window},"
         f" options {_opt_str(rst.options)}"
     )
-    if rst.payload:
-        ev.evidence.append(f"RST carries {rst.payload_len} payload bytes: {_printable(rst.payload)}")
+    if rst.payload_len:
+        diag = rst_payload.describe(rst.payload)
+        if diag:
+            ev.evidence.append(f"RST diagnostic payload from the sender: {diag}")
+        else:
+            ev.evidence.append(f"RST carries {rst.payload_len} payload bytes: {_printable(rst.payload)}")
     local = rst.src in s.local_ips
     mine = [p for p in before if (p.src, p.sport) == (rst.src, rst.sport) and not p.flags & RST]
     peer = [p for p in before if (p.src, p.sport) != (rst.src, rst.sport)]
@@ -397,11 +439,9 @@ def _ttl_view(s: Scanned, conn: Conn, rst: TcpPacket) -> TtlView:
     if d is not None:
         counts.update(d.ttl_counts())
         # take the resets themselves out: we compare the RST with everything else
-        for _c, sg in s.scan.resets:
-            if _c is conn and (decode_frame(sg.frame) or rst).src == rst.src:
-                p = decode_frame(sg.frame)
-                if p is not None and counts.get(p.ttl):
-                    counts[p.ttl] -= 1
+        for (src, ttl), n in s.rst_ttls.get(id(conn), Counter()).items():
+            if src == rst.src:
+                counts[ttl] -= n
     counts = Counter({t: n for t, n in counts.items() if n > 0})
     if counts:
         usual, n = counts.most_common(1)[0]
@@ -410,12 +450,7 @@ def _ttl_view(s: Scanned, conn: Conn, rst: TcpPacket) -> TtlView:
     host = s.host_ttl.get(rst.src)
     if host is not None and host != rst.ttl:
         # host-wide TTL includes this RST itself; only use it when other packets dominate
-        total = sum(
-            sum(d2.ttl_counts().values())
-            for c in s.scan.conns
-            for d2, ep in ((c.a, c.orig), (c.b, c.resp))
-            if d2 is not None and ep.ip == rst.src
-        )
+        total = s.ip_packets[rst.src]
         if total >= 3:
             return TtlView(host, total, "host", True, rst.ttl - host)
     return TtlView(None, 0, "", False, 0)
@@ -474,23 +509,10 @@ def _syn_reply(
         f"it answers the SYN #{syn.num} from {syn.src}:{syn.sport} (ack {rst.ack} = SYN seq + 1)"
         f" {1000 * (rst.ts - syn.ts):.2f} ms later, with no SYN-ACK: the connection was refused"
     )
-    served = [
-        c
-        for c in s.scan.conns
-        if c is not conn
-        and c.resp.ip == rst.src
-        and c.resp.port == rst.sport
-        and c.b is not None
-        and c.b.syn is not None
-    ]
+    served = s.served.get((rst.src, rst.sport))
     host_ttl = s.host_ttl.get(rst.src)
-    other_pkts = sum(
-        d.n
-        for c in s.scan.conns
-        if c is not conn
-        for d in c.dirs()
-        if d.key[:0] == b"" and (c.orig.ip if d is c.a else c.resp.ip) == rst.src
-    )
+    mine_here = conn.sent_by(rst.src, rst.sport)
+    other_pkts = s.ip_packets[rst.src] - (mine_here.n if mine_here is not None else 0)
     if host_ttl is not None and other_pkts >= 2 and host_ttl != rst.ttl and rst.src not in s.local_ips:
         ev.origin = "middlebox"
         ev.cause = "firewall-reject"
@@ -505,14 +527,12 @@ def _syn_reply(
         )
         return
     ev.origin = _origin(role if role != "client" else "server")
-    if served:
-        c = served[0]
+    if served is not None:
         ev.cause = "firewall-reject"
         ev.confidence = 0.75
         ev.evidence.append(
             f"{rst.src}:{rst.sport} accepted another connection in this capture (SYN-ACK at"
-            f" {_fmt_t(c.b.syn[1] if c.b and c.b.syn else c.first_ts, t0)}), so a listener exists:"
-            " a reject rule refused this one"
+            f" {_fmt_t(served, t0)}), so a listener exists: a reject rule refused this one"
         )
         ev.next_steps.append(f"on {rst.src}: nft list ruleset | grep -n 'reject with tcp reset'")
         return
@@ -765,19 +785,17 @@ def _cross_check(events: list[ResetEvent], scanned: list[Scanned], roles: dict[s
         _proxy_upstream(events, scanned, roles)
         _single_capture_caps(events, scanned, roles)
         return
-    sigs = [_rst_sigs(s) for s in scanned]
-    isns = [_conn_isns(s) for s in scanned]
     for ev in events:
         key = (ev.seq, ev.ack, ev.flags & (SYN | ACK | RST))
         here = next(i for i, s in enumerate(scanned) if s.info.path == ev.capture)
-        conn_isn = _event_isn(scanned[here], ev)
+        conn_isn = scanned[here].isn_of_rst.get(ev.frame)
         seen_at, missing_at = [], []
         for i, s in enumerate(scanned):
             if i == here:
                 continue
-            if key in sigs[i]:
+            if key in s.rst_sigs:
                 seen_at.append(s)
-            elif conn_isn is not None and conn_isn in isns[i] and _covers(s, ev):
+            elif conn_isn is not None and conn_isn in s.isns and _covers(s, ev):
                 missing_at.append(s)
         sender_role = roles.get(ev.src, "unknown")
         for s in seen_at:
@@ -822,36 +840,9 @@ def _covers(s: Scanned, ev: ResetEvent) -> bool:
     """Did capture ``s`` run at the time of the RST (after clock alignment)?"""
     if not s.scan.conns:
         return False
-    start = min(c.first_ts for c in s.scan.conns) + s.info.clock_offset
-    end = max(c.last_ts for c in s.scan.conns) + s.info.clock_offset
-    return start <= ev.aligned_time <= end + 0.5
-
-
-def _rst_sigs(s: Scanned) -> set[tuple]:
-    out = set()
-    for _c, sg in s.scan.resets:
-        p = decode_frame(sg.frame)
-        if p is not None:
-            out.add((p.seq, p.ack, p.flags & (SYN | ACK | RST)))
-    return out
-
-
-def _conn_isns(s: Scanned) -> set[int]:
-    out = set()
-    for c in s.scan.conns:
-        if c.a.syn is not None:
-            p = decode_frame(c.a.syn)
-            if p is not None:
-                out.add(p.seq)
-    return out
-
-
-def _event_isn(s: Scanned, ev: ResetEvent) -> Optional[int]:
-    for c, sg in s.scan.resets:
-        if sg.frame[0] == ev.frame and c.a.syn is not None:
-            p = decode_frame(c.a.syn)
-            return p.seq if p is not None else None
-    return None
+    start, end = s.span
+    off = s.info.clock_offset
+    return start + off <= ev.aligned_time <= end + off + 0.5
 
 
 def _proxy_upstream(events: list[ResetEvent], scanned: list[Scanned], roles: dict[str, str]) -> None:
@@ -886,7 +877,7 @@ def _proxy_upstream(events: list[ResetEvent], scanned: list[Scanned], roles: dic
             continue
         s, up = upstream[-1]
         closed_first = None
-        for p in _decode_all(_conn_frames(up)):
+        for p in _decode_all(s.scan.frames_of(up)):
             at = p.ts + s.info.clock_offset
             if (p.src, p.sport) == (up.resp.ip, up.resp.port) and p.flags & (RST | FIN):
                 if at <= ev.aligned_time + 0.0005:
@@ -935,15 +926,6 @@ def _upstream_conns(
                     out.append((s, c))
     out.sort(key=lambda sc: sc[1].first_ts + sc[0].info.clock_offset)
     return out
-
-
-def _conn_frames(c: Conn) -> list[tuple]:
-    frames = [f for d in c.dirs() for f in d.ring]
-    for d in c.dirs():
-        if d.syn is not None:
-            frames.append(d.syn)
-    uniq = {f[0]: f for f in frames}
-    return [uniq[k] for k in sorted(uniq)]
 
 
 def _single_capture_caps(events: list[ResetEvent], scanned: list[Scanned], roles: dict[str, str]) -> None:

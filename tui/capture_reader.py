@@ -20,7 +20,7 @@ import socket
 import struct
 from typing import IO, Iterator, NamedTuple, Optional, Union
 
-_RELEASE = 1 << 25  # drop pages already parsed every 32 MiB, so RSS stays flat
+_RELEASE = 1 << 24  # drop pages already parsed every 16 MiB, so RSS stays flat
 MAX_RECORD = 1 << 26  # a record or block bigger than 64 MiB means the file is corrupt
 
 LINKTYPE_NAMES = {
@@ -183,9 +183,7 @@ class Capture:
             self.format = "pcapng"
             if len(head) < 28:
                 self.close()
-                raise CaptureError(
-                    f"{self.path}: truncated pcapng section header ({len(head)} of 28 bytes)"
-                )
+                raise CaptureError(f"{self.path}: truncated pcapng section header ({len(head)} of 28 bytes)")
             bom = head[8:12]
             if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
                 self.close()
@@ -210,11 +208,15 @@ class Capture:
             return self.linktype if self._all_ifaces else "unknown"
         return ",".join(names) or "unknown"
 
-    def close(self) -> None:
+    def release_mapping(self) -> None:
+        """Unmap the file (frames from :meth:`detach` stay valid; others do not)."""
         mm = getattr(self, "_mm", None)
         if mm is not None:
             mm.close()
             self._mm = None
+
+    def close(self) -> None:
+        self.release_mapping()
         f = getattr(self, "_f", None)
         if f is not None:
             f.close()
@@ -226,28 +228,43 @@ class Capture:
         self.close()
 
     def tcp_frames(self) -> Iterator[tuple]:
-        """Yield ``(num, ts, iface, buf, l2off, link, ipoff, tcpoff, ipver, end)`` per TCP segment.
+        """Iterate ``(num, ts, iface, buf, l2off, link, ipoff, tcpoff, ipver, end)`` per TCP segment.
 
         A plain tuple (see :class:`Frame` for the field names) because this is the hot path;
-        ``buf`` is only valid until the next item.
+        ``buf`` is the file's mapping and stays valid until :meth:`release_mapping`.
         """
         self.frames = 0
         self.warnings = []
         self._scanned = True
         mm = self._map()
         if mm is None:
-            return
+            return iter(())
         if self.format == "pcap":
-            yield from self._pcap_frames(mm)
-        else:
-            self._ifaces = []
-            self._all_ifaces = []
-            for num, ts, iface, buf, off, caplen in self._pcapng_records(mm):
-                kind = self._ifaces[iface].kind
-                end = off + caplen
-                loc = _locate(kind, buf, off, end)
-                if loc is not None:
-                    yield num, ts, iface, buf, off, kind, loc[0], loc[1], loc[2], end
+            return self._pcap_frames(mm)
+        return self._pcapng_frames(mm)
+
+    def _pcapng_frames(self, mm: mmap.mmap) -> Iterator[tuple]:
+        self._ifaces = []
+        self._all_ifaces = []
+        for num, ts, iface, buf, off, caplen in self._pcapng_records(mm):
+            kind = self._ifaces[iface].kind
+            end = off + caplen
+            loc = _locate(kind, buf, off, end)
+            if loc is not None:
+                yield num, ts, iface, buf, off, kind, loc[0], loc[1], loc[2], end
+
+    def detach(self, fr: tuple) -> tuple:
+        """A copy of frame ``fr`` that no longer points into the mapping.
+
+        Read with pread, not through the mapping: touching scattered pages of a released
+        mapping would map them (and their neighbours) back and grow the resident set.
+        """
+        num, ts, iface, _buf, l2, link, ip, tcp, ver, end = fr
+        # headers only (TCP's are at most 60 bytes), and the payload of a RST
+        data = os.pread(self._f.fileno(), min(end, tcp + 60) - l2, l2)
+        if len(data) > tcp - l2 + 13 and data[tcp - l2 + 13] & RST and end > tcp + 60:
+            data = os.pread(self._f.fileno(), end - l2, l2)
+        return (num, ts, iface, data, 0, link, ip - l2, tcp - l2, ver, l2 + len(data) - l2)
 
     def tcp_packets(self) -> Iterator[TcpPacket]:
         for fr in self.tcp_frames():
@@ -276,6 +293,7 @@ class Capture:
         num = 0
         release_at = _RELEASE
         locate = _locate
+        eth_ip = _ETH_IP.unpack_from
         try:
             while pos + 16 <= n:
                 sec, frac, caplen, _origlen = unpack(mm, pos)
@@ -286,20 +304,14 @@ class Capture:
                 pos = end
                 num += 1
                 if pos > release_at:
-                    release_at = _release(mm, release_at - _RELEASE, pos) + _RELEASE
+                    release_at = _release(mm, pos) + _RELEASE
                 # Fast path: Ethernet, IPv4 without options, TCP, not a fragment.
-                if (
-                    eth
-                    and caplen >= 54
-                    and mm[off + 12] == 8
-                    and mm[off + 13] == 0
-                    and mm[off + 14] == 0x45
-                    and mm[off + 23] == 6
-                    and not (mm[off + 20] & 0x3F or mm[off + 21])
-                ):
-                    self.frames = num
-                    yield num, sec + frac * scale, 0, mm, off, L_ETH, off + 14, off + 34, 4, end
-                    continue
+                if eth and caplen >= 54:
+                    et, vihl, frag, proto = eth_ip(mm, off)
+                    if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF:
+                        self.frames = num
+                        yield num, sec + frac * scale, 0, mm, off, L_ETH, off + 14, off + 34, 4, end
+                        continue
                 loc = locate(kind, mm, off, end)
                 if loc is not None:
                     self.frames = num
@@ -348,7 +360,7 @@ class Capture:
             yield btype, mm, pos + 8, pos + blen - 4, endian
             pos += blen
             if pos - released > _RELEASE:
-                released = _release(mm, released, pos)
+                released = _release(mm, pos)
 
     def _pcapng_records(self, mm: mmap.mmap) -> Iterator[tuple[int, float, int, mmap.mmap, int, int]]:
         num = 0
@@ -470,12 +482,16 @@ def _read_idb_options(itf: _Iface, buf: Buf, pos: int, end: int, endian: str) ->
         pos = val + ((length + 3) & ~3)
 
 
-def _release(mm: mmap.mmap, start: int, upto: int) -> int:
-    """Tell the kernel we are done with ``[start, upto)``; return the new released mark."""
+def _release(mm: mmap.mmap, upto: int) -> int:
+    """Tell the kernel we are done with ``[0, upto)``; return ``upto`` rounded to a page.
+
+    Always from 0: releasing only the newest window left a slowly growing residue mapped
+    (measured: +1 MB per 8 MB read on kernel 6.18 with large page-cache folios).
+    """
     upto -= upto % mmap.PAGESIZE
-    if upto > start and hasattr(mm, "madvise"):
-        mm.madvise(mmap.MADV_DONTNEED, start, upto - start)
-    return max(start, upto)
+    if upto > 0 and hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_DONTNEED, 0, upto)
+    return upto
 
 
 def open_capture(path: str) -> Capture:
@@ -579,6 +595,7 @@ def _locate(kind: Optional[int], buf: Buf, off: int, end: int) -> Optional[tuple
     return None
 
 
+_ETH_IP = struct.Struct("!12xHB5xHxB")  # ethertype, IP version/IHL, flags/fragment, protocol
 _V4 = struct.Struct("!BxHHHBxxx4s4s")
 _TCP = struct.Struct("!HHIIBBH")
 _TS = struct.Struct("!II")

@@ -8,6 +8,7 @@ connections, never with the number of packets: each direction keeps a ring of it
 
 from __future__ import annotations
 
+import gc
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class RstSighting:
     frame: tuple
     before: list
     after: list = field(default_factory=list)
+    packet: Optional[TcpPacket] = None  # the RST, decoded once the scan is over
 
 
 @dataclass
@@ -127,6 +129,14 @@ class CaptureScan:
     def close(self) -> None:
         self.capture.close()
 
+    def frames_of(self, conn: Conn) -> list[tuple]:
+        """The frames kept for a connection (its rings and SYNs), in capture order."""
+        frames = {f[0]: f for d in conn.dirs() for f in d.ring}
+        for d in conn.dirs():
+            if d.syn is not None:
+                frames[d.syn[0]] = d.syn
+        return [f if isinstance(f[3], bytes) else self.capture.detach(f) for _n, f in sorted(frames.items())]
+
 
 def _key_parts(key: bytes) -> tuple[str, str, int, int]:
     n = 4 if len(key) == 12 else 16
@@ -141,14 +151,24 @@ def _reverse(key: bytes) -> bytes:
 
 def scan(cap: Capture) -> CaptureScan:
     """Read the whole capture once and group it into connections."""
+    # The loop allocates a tuple per packet and frees it soon after; it makes no reference
+    # cycles, so the cyclic collector would only walk the rings again and again.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _scan(cap)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _scan(cap: Capture) -> CaptureScan:
     dirs: dict[bytes, Direction] = {}
     resets: list[tuple[bytes, RstSighting]] = []
     resets_total = 0
-    tcp_count = 0
     get = dirs.get
     for fr in cap.tcp_frames():
         _num, _ts, _if, buf, _l2, _link, ip, tcp, ver, _end = fr
-        tcp_count += 1
         if ver == 4:
             key = buf[ip + 12 : ip + 24] if tcp == ip + 20 else buf[ip + 12 : ip + 20] + buf[tcp : tcp + 4]
             ttl = buf[ip + 8]
@@ -184,6 +204,7 @@ def scan(cap: Capture) -> CaptureScan:
                     if rev is not None:
                         rev.watch = sighting
                     resets.append((key, sighting))
+    _detach_all(cap, dirs, resets)
     conns = _pair(dirs)
     by_key = {}
     for c in conns:
@@ -194,13 +215,38 @@ def scan(cap: Capture) -> CaptureScan:
         format=cap.format,
         linktype=cap.linktype,
         frames=cap.frames,
-        tcp_packets=tcp_count,
+        tcp_packets=sum(d.n for d in dirs.values()),
         warnings=list(cap.warnings),
         conns=conns,
         resets=[(by_key[k], s) for k, s in resets],
         resets_total=resets_total,
         capture=cap,
     )
+
+
+def _detach_all(cap: Capture, dirs: dict[bytes, Direction], resets: list) -> None:
+    """Copy the frames analysis needs first out of the file mapping, then unmap it.
+
+    Ring frames stay as offsets: :meth:`CaptureScan.frames_of` reads them when asked.
+    """
+    copies: dict[int, tuple] = {}
+
+    def copy(fr: tuple) -> tuple:
+        c = copies.get(fr[0])
+        if c is None:
+            c = copies[fr[0]] = cap.detach(fr)
+        return c
+
+    for d in dirs.values():
+        if d.syn is not None:
+            d.syn = copy(d.syn)
+        d.watch = None
+    for _key, sg in resets:
+        sg.frame = copy(sg.frame)
+        sg.before = [copy(f) for f in sg.before]
+        sg.after = [copy(f) for f in sg.after]
+        sg.packet = decode_frame(sg.frame)
+    cap.release_mapping()
 
 
 def _frame_num(fr: tuple) -> int:
