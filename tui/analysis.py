@@ -379,6 +379,16 @@ def _classify(s: Scanned, conn: Conn, sighting: RstSighting, roles: dict[str, st
     ttl_view = _ttl_view(s, conn, rst)
     fp = _fingerprint(rst, mine)
 
+    # 0. The sender had itself received a RST in this connection: a consequence, not a cause.
+    earlier = [p for p in peer if p.flags & RST]
+    if earlier:
+        ev.origin = _origin(role)
+        ev.confidence = 0.3
+        ev.evidence.append(
+            f"{rst.src} had already received RST #{earlier[-1].num} on this connection: this RST"
+            " answers traffic for a connection that no longer exists there (a consequence)"
+        )
+        return ev
     # 1. An answer to a SYN: nothing listening, or a reject rule.
     syn = _answered_syn(rst, peer, mine)
     if syn is not None:
@@ -805,7 +815,7 @@ def _cross_check(events: list[ResetEvent], scanned: list[Scanned], roles: dict[s
                 ev.evidence.append(
                     f"also captured leaving {ev.src} itself ({s.info.path}): that host sent it"
                 )
-                if ev.origin != "middlebox" and ev.cause not in ("nat-conntrack-invalid",):
+                if ev.origin != "middlebox" and ev.cause not in ("nat-conntrack-invalid", "unknown"):
                     ev.confidence = max(ev.confidence, 0.85)
                 elif ev.origin == "middlebox":
                     # we thought it forged; the sender's own capture shows it. Trust the packets.
@@ -821,6 +831,14 @@ def _cross_check(events: list[ResetEvent], scanned: list[Scanned], roles: dict[s
                 f"the capture on {host} ({s.info.path}) has this connection but not this RST"
                 + (f": {ev.src} never sent it" if claimed_here else "")
             )
+            if claimed_here:
+                # the capture that would have settled it is here: point at the path instead
+                ev.next_steps = [n for n in ev.next_steps if not n.startswith(f"capture on {ev.src}")]
+                ev.next_steps.insert(
+                    0,
+                    f"capture on the devices between {ev.dst} and {ev.src} (routers, firewalls,"
+                    " load balancers, IDS) to find the one that sends it",
+                )
             if claimed_here and ev.origin == "middlebox":
                 ev.confidence = max(ev.confidence, 0.9)
             elif claimed_here and ev.origin != "middlebox":

@@ -256,6 +256,8 @@ def _frame_num(fr: tuple) -> int:
 def _rare(d: Direction, fr: tuple, flags: int, buf, ip: int, tcp: int, ver: int) -> None:
     """Flags seen for the first time, the first payload, the first SYN of a direction."""
     new = flags & ~d.seen & (FIN | SYN | RST | ACK)
+    if flags & SYN:
+        new &= ~ACK  # a SYN-ACK is 'h' in the history, not also an 'a'
     if new:
         d.seen |= new
         for bit in (SYN, ACK, FIN, RST):

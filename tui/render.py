@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import textwrap
 import time
 
 from tui.model import Analysis, ResetEvent
@@ -19,7 +21,20 @@ def first_per_capture(result: Analysis) -> list[ResetEvent]:
     return [seen[c.path] for c in result.captures if c.path in seen]
 
 
-def render_text(result: Analysis, seconds: float) -> str:
+def _wrap(text: str, indent: str, width: int, bullet: str = "") -> list[str]:
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=indent + bullet,
+        subsequent_indent=indent + " " * len(bullet),
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent + bullet]
+
+
+def render_text(result: Analysis, seconds: float, width: int = 0) -> str:
+    """The short human summary; lines wrap to ``width`` (default: the terminal's, <= 100)."""
+    width = width or min(shutil.get_terminal_size((80, 24)).columns, 100)
     v = result.verdict
     lines = []
     n_pk = sum(c.packets for c in result.captures)
@@ -35,22 +50,31 @@ def render_text(result: Analysis, seconds: float) -> str:
         )
     lines.append("")
     lines.append(f"Verdict: origin {v.origin.upper()}, cause {v.cause} (confidence {v.confidence:.2f})")
-    lines.append(f"  {v.summary}")
+    lines.extend(_wrap(v.summary, "  ", width))
     if v.evidence:
         lines.append("Evidence:")
-        lines.extend(f"  - {e}" for e in v.evidence)
+        for e in v.evidence:
+            lines.extend(_wrap(e, "  ", width, "- "))
     firsts = first_per_capture(result)
     if firsts:
         lines.append("First reset at each vantage:")
         for e in firsts:
+            lines.extend(
+                _wrap(
+                    f"{os.path.basename(e.capture)} #{e.frame} at {_when(e.time)[11:]}:"
+                    f" {e.src}:{e.sport} -> {e.dst}:{e.dport}",
+                    "  ",
+                    width,
+                )
+            )
             lines.append(
-                f"  {os.path.basename(e.capture)} #{e.frame} {_when(e.time)}"
-                f" {e.src}:{e.sport} -> {e.dst}:{e.dport} {e.conn_state}"
-                f" {e.origin}/{e.cause} {e.confidence:.2f}"
+                f"    {e.conn_state}, history {e.history}: {e.origin}/{e.cause},"
+                f" confidence {e.confidence:.2f}"
             )
     if v.next_steps:
         lines.append("Next steps:")
-        lines.extend(f"  - {s}" for s in v.next_steps)
+        for step in v.next_steps:
+            lines.extend(_wrap(step, "  ", width, "- "))
     if len(result.resets) > len(firsts):
         lines.append(f"({len(result.resets)} resets classified; --json lists them all)")
     return "\n".join(lines) + "\n"
