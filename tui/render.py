@@ -53,8 +53,8 @@ def render_text(result: Analysis, seconds: float, width: int = 0) -> str:
     lines.extend(_wrap(v.summary, "  ", width))
     if v.evidence:
         lines.append("Evidence:")
-        for e in v.evidence:
-            lines.extend(_wrap(e, "  ", width, "- "))
+        for line in v.evidence:
+            lines.extend(_wrap(line, "  ", width, "- "))
     firsts = first_per_capture(result)
     if firsts:
         lines.append("First reset at each vantage:")
