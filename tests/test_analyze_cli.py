@@ -150,3 +150,15 @@ def test_console_script_installed() -> None:
     exe = shutil.which("rst-triage") or str(Path(sys.executable).with_name("rst-triage"))
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("rst-triage ")
+
+
+def test_vantage_and_role_hints_take_effect() -> None:
+    f = str(REAL / "zeek_rst-inject-rae.pcap")
+    plain = json.loads(run("analyze", "--json", f).stdout)
+    assert plain["captures"][0]["vantage"] == "middlebox"  # TTLs 62 and 49: neither end's own
+    hinted = json.loads(
+        run("analyze", "--json", f, "--vantage", f"{f}=client", "--proxy", "1.2.0.3").stdout
+    )
+    assert hinted["captures"][0]["vantage"] == "client"
+    assert hinted["captures"][0]["vantage_host"] == "1.2.0.2"
+    assert hinted["roles"]["1.2.0.3"] == "proxy"

@@ -205,3 +205,23 @@ def test_hints_override_roles(tmp_path: Path) -> None:
     path = t.write(tmp_path / "c.pcap")
     assert verdict(path).origin == "server"
     assert verdict(path, hints=Hints(proxy=[SERVER])).origin == "proxy"
+
+
+def test_clock_skew_between_vantages_is_aligned(tmp_path: Path) -> None:
+    """The server's clock runs 2 minutes ahead: shared packets (SYN, SYN-ACK) align it."""
+    at_client = _forged(idle=0.02)
+    at_client.send(0.010, False, PSH | ACK, b"the real answer")
+    at_server = Talk(ttl_c=62, ttl_s=64, t=Talk().t + 120.0005)
+    at_server.handshake()
+    at_server.send(0.001, True, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")
+    at_server.send(0.010, False, PSH | ACK, b"HTTP/1.1 200 OK\r\n\r\n")
+    at_server.send(0.001, True, ACK)
+    at_server.send(0.02, True, PSH | ACK, b"GET /next HTTP/1.1\r\n\r\n")
+    at_server.send(0.010, False, PSH | ACK, b"the real answer")
+    result = analyze_files(
+        [at_client.write(tmp_path / "c.pcap"), at_server.write(tmp_path / "s.pcap")]
+    )
+    assert abs(result.captures[1].clock_offset + 120.0) < 0.01
+    v = result.verdict
+    assert (v.origin, v.cause) == ("middlebox", "injected") and v.confidence >= 0.9
+    assert any("has this connection but not this RST" in e for e in v.evidence)
