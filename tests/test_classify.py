@@ -63,6 +63,13 @@ class Talk:
         self.send(0.01, False, SYN | ACK)
         self.send(0.01, True, ACK)
 
+    def exchange(self) -> None:
+        """Handshake, one request, its response and the client's ACK."""
+        self.handshake()
+        self.send(0.001, True, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")
+        self.send(0.010, False, PSH | ACK, b"HTTP/1.1 200 OK\r\n\r\n")
+        self.send(0.001, True, ACK)
+
     def write(self, path: Path) -> str:
         path.write_bytes(pcap(self.records))
         return str(path)
@@ -74,10 +81,7 @@ def verdict(*paths: str, hints: Hints | None = None):
 
 def test_idle_close_then_reuse(tmp_path: Path) -> None:
     t = Talk()
-    t.handshake()
-    t.send(0.001, True, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")
-    t.send(0.010, False, PSH | ACK, b"HTTP/1.1 200 OK\r\n\r\n")
-    t.send(0.001, True, ACK)
+    t.exchange()
     t.send(1.500, False, FIN | ACK)  # the server's keep-alive timeout
     t.send(0.001, True, ACK)
     t.send(0.700, True, PSH | ACK, b"GET /again HTTP/1.1\r\n\r\n")
@@ -127,10 +131,7 @@ def test_late_retransmission_is_not_invalid(tmp_path: Path) -> None:
 
 def _forged(idle: float) -> Talk:
     t = Talk()
-    t.handshake()
-    t.send(0.001, True, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")
-    t.send(0.010, False, PSH | ACK, b"HTTP/1.1 200 OK\r\n\r\n")
-    t.send(0.001, True, ACK)
+    t.exchange()
     t.send(idle, True, PSH | ACK, b"GET /next HTTP/1.1\r\n\r\n")
     # a RST in the server's name, TTL 64 where the server's packets arrive with 62
     t.send(0.0003, False, RST | ACK, ttl=64, options=[], window=0)
@@ -156,10 +157,7 @@ def test_missing_at_the_claimed_sender_confirms_a_forger(tmp_path: Path) -> None
     at_client = _forged(idle=0.02)
     at_client.send(0.010, False, PSH | ACK, b"the real answer")
     at_server = Talk(ttl_c=62, ttl_s=64)  # the same connection seen on the server
-    at_server.handshake()
-    at_server.send(0.001, True, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")
-    at_server.send(0.010, False, PSH | ACK, b"HTTP/1.1 200 OK\r\n\r\n")
-    at_server.send(0.001, True, ACK)
+    at_server.exchange()
     at_server.send(0.02, True, PSH | ACK, b"GET /next HTTP/1.1\r\n\r\n")
     at_server.send(0.010, False, PSH | ACK, b"the real answer")
     v = verdict(at_client.write(tmp_path / "c.pcap"), at_server.write(tmp_path / "s.pcap"))
@@ -212,10 +210,7 @@ def test_clock_skew_between_vantages_is_aligned(tmp_path: Path) -> None:
     at_client = _forged(idle=0.02)
     at_client.send(0.010, False, PSH | ACK, b"the real answer")
     at_server = Talk(ttl_c=62, ttl_s=64, t=Talk().t + 120.0005)
-    at_server.handshake()
-    at_server.send(0.001, True, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")
-    at_server.send(0.010, False, PSH | ACK, b"HTTP/1.1 200 OK\r\n\r\n")
-    at_server.send(0.001, True, ACK)
+    at_server.exchange()
     at_server.send(0.02, True, PSH | ACK, b"GET /next HTTP/1.1\r\n\r\n")
     at_server.send(0.010, False, PSH | ACK, b"the real answer")
     result = analyze_files(
