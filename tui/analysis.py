@@ -650,7 +650,9 @@ def _nat_invalid(
         "on the NAT host: conntrack -S (invalid rising?), sysctl net.netfilter.nf_conntrack_tcp_be_liberal"
     )
     ev.next_steps.append(
-        "fix: nft add rule inet filter forward ct state invalid drop (or set nf_conntrack_tcp_be_liberal=1)"
+        "fix: nft insert rule inet filter input ct state invalid drop (the untranslated segment"
+        " is addressed to the NAT host itself, so a forward-chain drop does not help),"
+        " or set nf_conntrack_tcp_be_liberal=1"
     )
     return True
 

@@ -11,6 +11,8 @@ import time
 from typing import Optional
 
 from tui import __version__
+from tui import validate as v
+from tui.validate import InputError
 
 ROLE_CHOICES = ("client", "proxy", "server", "middlebox")
 
@@ -18,6 +20,10 @@ DESCRIPTION = """\
 Find who sent the TCP reset behind "connection reset by peer".
 
   rst-triage analyze CAPTURE...    who sent each RST in pcap/pcapng captures, and why
+  rst-triage check                 every live check on this host (conntrack, ports, MTU, ...)
+  rst-triage probe keepalive URL   measure a server's HTTP keep-alive idle timeout
+  rst-triage probe mtu HOST        find the path MTU to HOST with DF probes
+  rst-triage capture               a short, bounded tcpdump of the failing flow, analysed
 
 Captures from several hosts can be analysed together: the tool merges them on one
 timeline and uses what each vantage saw (and did not see) as evidence.
@@ -89,7 +95,122 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="machine-readable output (schema rst-triage/analysis/1)"
     )
     out.add_argument("--md", action="store_true", help="Markdown, for a ticket")
+    _add_check(sub)
+    _add_probe(sub)
+    _add_capture(sub)
     return p
+
+
+CHECK_EPILOG = """\
+examples:
+  rst-triage check --peer 10.20.4.18:443
+  rst-triage check --peer 10.20.4.18:443 --only conntrack,nft-rules --json
+  rst-triage check --url http://10.20.4.18/health --client-idle 90   # adds the keep-alive probe
+
+Every check is read-only. One that cannot run here (not root, tool missing, module not
+loaded) is reported as SKIP with the reason and the command to run by hand.
+exit codes: 0 checks ran (whatever they found), 2 usage error.
+"""
+
+
+def _add_check(sub) -> None:
+    c = sub.add_parser(
+        "check",
+        help="run every live check on this host",
+        description="Run the live checks concurrently and print what each found.",
+        epilog=CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _flow_args(c)
+    c.add_argument("--window", default="1", metavar="S", help="seconds between counter samples (default 1)")
+    c.add_argument("--url", metavar="URL", help="also probe this URL's HTTP keep-alive idle timeout")
+    c.add_argument(
+        "--max-idle", default="30", metavar="S", help="longest idle time the keep-alive probe tries"
+    )
+    c.add_argument(
+        "--log", action="append", default=[], metavar="FILE", help="a proxy log to read (repeatable)"
+    )
+    c.add_argument(
+        "--unit", action="append", default=[], metavar="UNIT", help="a journald unit to read proxy lines from"
+    )
+    c.add_argument(
+        "--since", metavar="S", help="incident window: read log lines of the last S seconds (default 900)"
+    )
+    c.add_argument("--only", metavar="ID[,ID]", help="run only these checks")
+    c.add_argument("--json", action="store_true", help="machine-readable output (schema rst-triage/checks/1)")
+
+
+def _flow_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--peer", metavar="HOST:PORT", help="the failing flow's peer (from the error message)")
+    c.add_argument("--client", metavar="IP", help="the client's address, if known")
+    c.add_argument("--proxy", metavar="IP", help="the proxy's address, if there is one")
+    c.add_argument("--server", metavar="IP", help="the server's address, if known")
+    c.add_argument("--iface", metavar="IF", help="interface (default: the route's to the peer)")
+    c.add_argument("--client-idle", metavar="S", help="the client pool's idle timeout in seconds")
+
+
+def _add_probe(sub) -> None:
+    pr = sub.add_parser(
+        "probe",
+        help="active probes: keep-alive idle timeout, path MTU",
+        description="Active probes that take longer than a check and show their progress.",
+    )
+    psub = pr.add_subparsers(dest="probe", metavar="PROBE", parser_class=_Parser)
+    k = psub.add_parser(
+        "keepalive",
+        help="measure the server's HTTP keep-alive idle timeout",
+        description=(
+            "Open connections, let them idle for increasing times (in parallel) and reuse them:"
+            " the longest idle time a connection survives is the server's keep-alive timeout."
+            " A client pool that keeps idle connections longer than that will reuse dead ones"
+            " and get resets."
+        ),
+    )
+    k.add_argument("url", metavar="URL")
+    k.add_argument("--client-idle", metavar="S", help="your client pool's idle timeout, to compare")
+    k.add_argument("--max-idle", default="30", metavar="S", help="longest idle time to try (default 30)")
+    k.add_argument("--json", action="store_true", help="the result as JSON")
+    m = psub.add_parser(
+        "mtu",
+        help="find the path MTU to HOST with DF probes",
+        description=(
+            "Send probes with Don't Fragment set and search for the largest size that gets"
+            " through; compare with the interface MTU and report a PMTUD black hole (big"
+            " packets vanish and no ICMP 'fragmentation needed' comes back)."
+        ),
+    )
+    m.add_argument("host", metavar="HOST")
+    m.add_argument("--iface", metavar="IF", help="interface to send from (default: the route's)")
+    m.add_argument("--json", action="store_true", help="the result as JSON")
+
+
+CAPTURE_EPILOG = """\
+The capture stops at the first bound reached (time, packets or bytes), is written with
+mode 0600 under ~/.local/state/rst-triage/captures/ unless -w is given, and is analysed
+when it ends. tcpdump (or scapy's sniffer when tcpdump is missing) needs root or
+CAP_NET_RAW. Ctrl-C stops it early; the file is kept and analysed.
+"""
+
+
+def _add_capture(sub) -> None:
+    c = sub.add_parser(
+        "capture",
+        help="a short, bounded capture of the flow, then its analysis",
+        description="Capture the failing flow with tcpdump, bounded, then analyse it.",
+        epilog=CAPTURE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("--peer", metavar="HOST:PORT", help="capture only this peer (default: all TCP)")
+    c.add_argument("--iface", metavar="IF", help="interface (default: the route's to the peer, else any)")
+    c.add_argument("--seconds", default="60", metavar="N", help="stop after N seconds (default 60)")
+    c.add_argument(
+        "--max-packets", default="100000", metavar="N", help="stop after N packets (default 100000)"
+    )
+    c.add_argument(
+        "--max-bytes", default="200000000", metavar="N", help="stop after N bytes (default 200 MB)"
+    )
+    c.add_argument("-w", "--write", metavar="FILE", help="write the capture here")
+    c.add_argument("--json", action="store_true", help="print the analysis as JSON")
 
 
 def _ip(value: str, flag: str) -> str:
@@ -146,6 +267,109 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _context(args: argparse.Namespace):
+    from tui.checks import Context
+
+    ctx = Context()
+    if getattr(args, "peer", None):
+        ctx.peer_host, ctx.peer_port = v.peer(args.peer)
+    for role in ("client", "proxy", "server"):
+        value = getattr(args, role, None)
+        if value:
+            setattr(ctx, role, v.ip(value, f"--{role}"))
+    if getattr(args, "iface", None):
+        ctx.iface = v.iface(args.iface)
+    if getattr(args, "client_idle", None):
+        ctx.client_idle = v.seconds(args.client_idle, "--client-idle", 0, 86400)
+    return ctx
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tui import checks
+    from tui.render import render_checks_text
+
+    ctx = _context(args)
+    ctx.window = v.seconds(args.window, "--window", 0, 60)
+    ctx.max_idle = v.seconds(args.max_idle, "--max-idle", 0, 3600)
+    if args.url:
+        ctx.url = v.url(args.url)
+    ctx.logs = [v.readable_file(f, "--log") for f in args.log]
+    ctx.units = list(args.unit)
+    if args.since:
+        ctx.since = time.time() - v.seconds(args.since, "--since", 0)
+    ids = [c for c in checks.CHECKS if c not in checks.SLOW or (c == "keepalive" and ctx.url)]
+    if args.only:
+        ids = [i.strip() for i in args.only.split(",") if i.strip()]
+        unknown = [i for i in ids if i not in checks.CHECKS]
+        if unknown:
+            raise UsageError(
+                f"--only: unknown check {', '.join(unknown)} (known: {', '.join(checks.CHECKS)})"
+            )
+    deadline = ctx.timeout + ctx.window + 0.5
+    if "keepalive" in ids:
+        deadline = max(deadline, ctx.max_idle * 2 + 10)
+        ctx.progress = _progress_printer(args.json)
+    results = checks.run_all(ctx, ids, deadline=deadline)
+    if args.json:
+        json.dump({"schema": checks.SCHEMA, "results": [r.to_json() for r in results]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_checks_text(results))
+    return 0
+
+
+def _progress_printer(quiet: bool):
+    """Progress lines for long probes, on stderr so that --json output stays clean."""
+
+    def say(check_id: str, message: str) -> None:
+        print(f"rst-triage: {check_id}: {message}", file=sys.stderr, flush=True)
+
+    return None if quiet and not sys.stderr.isatty() else say
+
+
+def cmd_probe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from tui.render import render_checks_text
+
+    if args.probe is None:
+        raise UsageError("which probe? 'keepalive URL' or 'mtu HOST'")
+    say = _progress_printer(args.json)
+    if args.probe == "keepalive":
+        from tui.checks import keepalive
+
+        url = v.url(args.url)
+        client_idle = v.seconds(args.client_idle, "--client-idle", 0, 86400) if args.client_idle else None
+        max_idle = v.seconds(args.max_idle, "--max-idle", 0, 3600)
+        result = keepalive.probe(url, client_idle, max_idle, (lambda m: say("keepalive", m)) if say else None)
+    else:
+        from tui.checks import pmtu
+
+        host = v.host(args.host, "HOST")
+        iface = v.iface(args.iface) if args.iface else None
+        result = pmtu.probe(host, iface, (lambda m: say("pmtu", m)) if say else None)
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_checks_text([result]))
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from tui import capture
+
+    ctx = _context(args)
+    request = capture.CaptureRequest(
+        peer_host=ctx.peer_host,
+        peer_port=ctx.peer_port,
+        iface=ctx.iface,
+        seconds=v.seconds(args.seconds, "--seconds", 0, 86400),
+        max_packets=v.count(args.max_packets, "--max-packets"),
+        max_bytes=v.count(args.max_bytes, "--max-bytes"),
+        out=v.writable_path(args.write, "-w") if args.write else None,
+    )
+    return capture.run_cli(request, json_out=args.json)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -155,8 +379,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         if args.command == "analyze":
             return cmd_analyze(args)
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "probe":
+            return cmd_probe(args, parser)
+        if args.command == "capture":
+            return cmd_capture(args)
         raise UsageError(f"unknown command {args.command!r}")
-    except UsageError as e:
+    except (UsageError, InputError) as e:
         print(f"rst-triage: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

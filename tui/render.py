@@ -118,3 +118,40 @@ def render_markdown(result: Analysis) -> str:
         out.extend(f"- {s}" for s in v.next_steps)
         out.append("")
     return "\n".join(out)
+
+
+STATUS_TEXT = {
+    "ok": "PASS",
+    "warn": "WARN",
+    "fail": "FAIL",
+    "info": "INFO",
+    "skipped": "SKIP",
+    "error": "ERR ",
+}
+
+
+def render_checks_text(results: list, width: int = 0) -> str:
+    """One line per check (status as text, never colour alone), details for what needs a look."""
+    width = width or min(shutil.get_terminal_size((80, 24)).columns, 100)
+    lines = []
+    for r in results:
+        lines.extend(_wrap(f"{r.title}: {r.summary}", "", width, f"{STATUS_TEXT.get(r.status, r.status)}  "))
+    details = [r for r in results if r.status in ("warn", "fail", "error")]
+    for r in details:
+        lines.append("")
+        lines.append(f"{STATUS_TEXT[r.status].strip()} {r.title}")
+        for line in r.evidence:
+            lines.extend(_wrap(line, "  ", width, "- "))
+        if r.meaning:
+            lines.extend(_wrap(f"What it means: {r.meaning}", "  ", width))
+        if r.decision:
+            lines.extend(_wrap(f"Decision: {r.decision}", "  ", width))
+        if r.command:
+            lines.extend(_wrap(f"By hand: {r.command}", "  ", width))
+    skipped = [r for r in results if r.status == "skipped" and r.command]
+    if skipped:
+        lines.append("")
+        lines.append("Not checked here; to check by hand:")
+        for r in skipped:
+            lines.extend(_wrap(f"{r.id}: {r.command}", "  ", width, "- "))
+    return "\n".join(lines) + "\n"
