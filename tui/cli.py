@@ -6,8 +6,10 @@ import argparse
 import ipaddress
 import json
 import os
+import signal
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 from tui import __version__
@@ -61,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"rst-triage {__version__}")
+    tui_opts = p.add_argument_group("the interactive app (rst-triage with no COMMAND)")
+    tui_opts.add_argument(
+        "--peer", metavar="HOST:PORT", help="pre-fill the failing flow from the error message"
+    )
+    tui_opts.add_argument(
+        "--pcap", nargs="+", metavar="FILE", help="open existing captures (offline; no live checks)"
+    )
+    tui_opts.add_argument("--resume", action="store_true", help="continue the last saved session")
+    tui_opts.add_argument(
+        "--no-mouse", action="store_true", help="keyboard only (leave the mouse to the terminal)"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     a = sub.add_parser(
         "analyze",
@@ -98,7 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check(sub)
     _add_probe(sub)
     _add_capture(sub)
+    _add_report(sub)
     return p
+
+
+def _add_report(sub) -> None:
+    r = sub.add_parser(
+        "report",
+        help="the findings of the last session as a ticket",
+        description=(
+            "Render the autosaved findings (of the last session, or --session FILE) as a ticket:"
+            " title, flow, verdict, first resets per vantage, checks with their commands, notes,"
+            " next steps and capture files with sha256."
+        ),
+    )
+    r.add_argument(
+        "--format", default="md", choices=("md", "jira", "json"), help="ticket format (default md)"
+    )
+    r.add_argument("--redact", action="store_true", help="replace addresses and the host name consistently")
+    r.add_argument("--out", metavar="FILE", help="write to FILE (mode 0600) instead of stdout")
+    r.add_argument("--session", metavar="FILE", help="a session file (default: the newest)")
 
 
 CHECK_EPILOG = """\
@@ -370,13 +402,98 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return capture.run_cli(request, json_out=args.json)
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    from tui.findings import Flow, SessionStore
+    from tui.playbooks import PlaybookError, load_all
+
+    flow = Flow()
+    if args.peer:
+        flow.peer_host, flow.peer_port = v.peer(args.peer)
+    pcaps = [v.readable_file(p, "--pcap") for p in (args.pcap or [])]
+    for p in pcaps:  # a bad capture is a one-line error before the screen changes
+        from tui.capture_reader import CaptureError, open_capture
+
+        try:
+            open_capture(p).close()
+        except CaptureError as e:
+            print(f"rst-triage: {e}", file=sys.stderr)
+            return 1
+    store = SessionStore()
+    findings = None
+    if args.resume:
+        latest = store.latest()
+        if latest is None:
+            print(f"rst-triage: no saved session in {store.root} to resume", file=sys.stderr)
+            return 1
+        try:
+            findings = store.load(latest)
+        except ValueError as e:
+            print(f"rst-triage: {e}", file=sys.stderr)
+            return 1
+    try:
+        playbooks = load_all()
+    except PlaybookError as e:
+        print(f"rst-triage: {e}", file=sys.stderr)
+        return 1
+    if not sys.stdout.isatty() or not sys.stdin.isatty():
+        print(
+            "rst-triage: the app needs a terminal; see 'rst-triage --help' for the commands", file=sys.stderr
+        )
+        return 2
+    from tui.app import RstTriageApp
+
+    app = RstTriageApp(
+        flow=flow if args.peer else None, pcaps=pcaps, findings=findings, store=store, playbooks=playbooks
+    )
+
+    def hang_up(signum: int, _frame: object) -> None:
+        # SSH dropped or we are killed: no terminal to restore, but tcpdump must not outlive
+        # us and the findings must be on disk. Then leave at once.
+        try:
+            app.hang_up()
+        finally:
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGHUP, hang_up)
+    signal.signal(signal.SIGTERM, hang_up)
+    app.run(mouse=not args.no_mouse)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tui.findings import SessionStore
+    from tui.report import render
+
+    store = SessionStore()
+    path = Path(v.readable_file(args.session, "--session")) if args.session else store.latest()
+    if path is None:
+        print(f"rst-triage: no saved session in {store.root}: run rst-triage first", file=sys.stderr)
+        return 1
+    try:
+        findings = store.load(path)
+    except ValueError as e:
+        print(f"rst-triage: {e}", file=sys.stderr)
+        return 1
+    text = render(findings, args.format, args.redact)
+    if args.out:
+        out = v.writable_path(args.out, "--out")
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        print(f"rst-triage: ticket written to {out} (from {path})", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            parser.print_help()
-            return 0
+            return cmd_tui(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "analyze":
             return cmd_analyze(args)
         if args.command == "check":
