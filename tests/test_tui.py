@@ -210,3 +210,26 @@ async def test_footer_keys_follow_the_focused_step(monkeypatch: pytest.MonkeyPat
         await pilot.press("2")  # first/route: an automated step on the capture pane
         shown = {k for k, b in app.active_bindings.items() if b.binding.show and b.enabled}
         assert {"c", "i", "r"} <= shown and "d" not in shown
+
+
+async def test_import_a_capture_from_another_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One vantage first; importing the server's capture confirms the forger."""
+    client, server = injected(monkeypatch)
+    app = RstTriageApp(pcaps=[client])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, lambda: app.findings.analysis is not None)
+        one = app.findings.analysis["verdict"]["confidence"]
+        await pilot.press("2", "i")
+        await pilot.press(*server)
+        await pilot.press("enter")
+        await settle(pilot, lambda: len(app.findings.captures) == 2)
+        await pilot.pause(0.1)
+        v = app.findings.analysis["verdict"]
+        assert (v["origin"], v["cause"]) == ("middlebox", "injected") and v["confidence"] > one
+        assert step(app, "first/import").status == "done"
+        text = str(app.query_one("#verdict-text").render())
+        assert "has this connection but not this RST" in text
+        # a path that is not there: one notification, nothing lost
+        await pilot.press("i", *"nope.pcap", "enter")
+        await pilot.pause(0.1)
+        assert len(app.findings.captures) == 2
