@@ -27,9 +27,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@pytest.fixture(scope="session")
-def lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
-    """The lab, built once; its namespaces and processes are removed at the end, always."""
+def _built_lab() -> Iterator[Lab]:
+    """Build a lab (skip, or fail under RST_TRIAGE_REQUIRE_LAB=1, when it cannot be built),
+    yield it, and always remove it, checking that no namespace is left behind."""
     try:
         Lab.preflight()
     except LabError as exc:
@@ -45,7 +45,7 @@ def lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession
         except LabError as exc:
             lab_unavailable(f"cannot build the lab: {exc}")
         try:
-            yield LabSession(lab, tmp_path_factory.mktemp("lab"))
+            yield lab
         finally:
             lab.close()
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
@@ -55,3 +55,16 @@ def lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+
+
+@pytest.fixture(scope="session")
+def lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
+    """The scenario lab, built once per run; each scenario runs at most once."""
+    for lab in _built_lab():
+        yield LabSession(lab, tmp_path_factory.mktemp("lab"))
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    """A lab of its own for one test module (the checks change sysctls and rules in it)."""
+    yield from _built_lab()

@@ -185,29 +185,11 @@ def test_no_permission_to_capture_is_one_line_exit_1() -> None:
 
 
 # ---- lab --------------------------------------------------------------------------------------
-from tests.lab.netlab import Lab, LabError, count_resets  # noqa: E402
-from tests.lab.session import lab_unavailable  # noqa: E402
+from tests.lab.netlab import Lab, count_resets  # noqa: E402
 
 CLOSED_PORT = 9
 SERVE_PORT = 9401
 READY_TIMEOUT = 15.0
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    try:
-        Lab.preflight()
-    except LabError as exc:
-        lab_unavailable(str(exc))
-    the_lab = Lab()
-    try:
-        the_lab.__enter__()
-    except LabError as exc:
-        lab_unavailable(f"cannot build the lab: {exc}")
-    try:
-        yield the_lab
-    finally:
-        the_lab.close()
 
 
 class Running:

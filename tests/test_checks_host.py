@@ -227,26 +227,8 @@ def test_iface_drop_judge() -> None:
 
 
 # ---- lab tests --------------------------------------------------------------------------------------
-from tests.lab.netlab import Lab, LabError, Proc  # noqa: E402
-from tests.lab.session import lab_unavailable  # noqa: E402
+from tests.lab.netlab import Lab, Proc  # noqa: E402
 from tests.unprivileged import nobody_python  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    try:
-        Lab.preflight()
-    except LabError as exc:
-        lab_unavailable(str(exc))
-    the_lab = Lab()
-    try:
-        the_lab.__enter__()
-    except LabError as exc:
-        lab_unavailable(f"cannot build the lab: {exc}")
-    try:
-        yield the_lab
-    finally:
-        the_lab.close()
 
 
 def check(lab: Lab, role: str, ids: str, *args: str, nobody: bool = False) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.netlab import Lab, LabError, Proc, parse_result
+from tests.lab.netlab import Lab, Proc, parse_result
 from tests.lab.session import lab_unavailable
 from tests.unprivileged import nobody_python
 from tui.checks import Context, conntrack, conntrack_trap, nft_rules
@@ -280,23 +280,6 @@ for _ in range(n):
     s.close()
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    try:
-        Lab.preflight()
-    except LabError as exc:
-        lab_unavailable(str(exc))
-    built = Lab()
-    try:
-        built.__enter__()
-    except LabError as exc:
-        lab_unavailable(f"cannot build the lab: {exc}")
-    try:
-        yield built
-    finally:
-        built.close()
 
 
 def checks(lab: Lab, role: str, ids: list[str], *extra: str, unprivileged: bool = False,

@@ -21,7 +21,6 @@ from typing import Any, Optional
 import pytest
 
 from tests.lab.netlab import REPO_ROOT, Lab, LabError
-from tests.lab.session import lab_unavailable
 from tests.unprivileged import nobody_python
 from tui.checks import Context, keepalive, pmtu
 
@@ -277,23 +276,11 @@ def test_keepalive_probe_of_a_bad_url_says_why() -> None:
 
 # ---- the lab ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    """The four namespaces; the router—proxy link narrowed to 1400 bytes (both ends)."""
-    try:
-        Lab.preflight()
-    except LabError as exc:
-        lab_unavailable(str(exc))
-    the_lab = Lab()
-    try:
-        the_lab.__enter__()
-    except LabError as exc:
-        lab_unavailable(f"cannot build the lab: {exc}")
-    try:
-        for role, toward in (("router", "proxy"), ("proxy", "router")):
-            the_lab.run(role, ["ip", "link", "set", the_lab.iface(role, toward), "mtu", str(PATH_MTU)])
-        yield the_lab
-    finally:
-        the_lab.close()
+def lab(lab: Lab) -> Lab:
+    """The module's lab (tests/conftest.py) with the router—proxy link narrowed to 1400 bytes."""
+    for role, toward in (("router", "proxy"), ("proxy", "router")):
+        lab.run(role, ["ip", "link", "set", lab.iface(role, toward), "mtu", str(PATH_MTU)])
+    return lab
 
 
 def _python(nobody: bool) -> list[str]:

@@ -274,7 +274,7 @@ def test_unreadable_log_says_which_and_how(open_dir: Path) -> None:
 
 
 # ---- lab: real nginx and HAProxy, real resets ------------------------------------------------
-from tests.lab.netlab import Lab, LabError  # noqa: E402
+from tests.lab.netlab import Lab  # noqa: E402
 from tests.lab.session import lab_unavailable  # noqa: E402
 
 SLOW_PORT, ABORT_PORT, BIG_PORT, OK_PORT = 9301, 9302, 9303, 9304
@@ -283,23 +283,12 @@ NGINX_PORTS = {"timeout": 8311, "upstream": 8312, "client": 8313, "giveup": 8314
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(lab: Lab) -> Lab:
+    """The module's lab (tests/conftest.py), for which haproxy and nginx must be installed."""
     for tool in ("haproxy", "nginx"):
         if shutil.which(tool) is None:
             lab_unavailable(f"{tool} is not installed")
-    try:
-        Lab.preflight()
-    except LabError as exc:
-        lab_unavailable(str(exc))
-    the_lab = Lab()
-    try:
-        the_lab.__enter__()
-    except LabError as exc:
-        lab_unavailable(f"cannot build the lab: {exc}")
-    try:
-        yield the_lab
-    finally:
-        the_lab.close()
+    return lab
 
 
 @contextlib.contextmanager
