@@ -16,16 +16,9 @@ import time
 from typing import Any, Callable, Optional
 
 from tui.findings import Findings
+from tui.render import STATUS_TEXT
 
 FORMATS = ("md", "jira", "json")
-STATUS_TEXT = {
-    "ok": "PASS",
-    "warn": "WARN",
-    "fail": "FAIL",
-    "info": "INFO",
-    "skipped": "SKIP",
-    "error": "ERROR",
-}
 
 # what a failing check suggests, when there is no capture to prove anything
 SUSPECTS = {
@@ -199,7 +192,7 @@ def _render_text(f: Findings, m: _Markup) -> str:
             out.append(
                 m.row(
                     [
-                        STATUS_TEXT.get(c["status"], c["status"]),
+                        STATUS_TEXT.get(c["status"], c["status"]).strip(),
                         _cell(c["title"]),
                         _cell(c["summary"]),
                         m.code(_cell(c["command"])) if c.get("command") else "",

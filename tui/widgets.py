@@ -12,24 +12,27 @@ from textual.message import Message
 from textual.widgets import Static
 
 from tui.playbooks import Step
+from tui.render import STATUS_TEXT
 
 # status as text AND glyph, never colour alone
-BADGE = {
-    "ok": ("PASS", "✔", "bold green"),
-    "warn": ("WARN", "▲", "bold yellow"),
-    "fail": ("FAIL", "✖", "bold red"),
-    "info": ("INFO", "•", "cyan"),
-    "skipped": ("SKIP", "–", "dim"),
-    "error": ("ERR ", "!", "bold red"),
-    "done": ("DONE", "✔", "bold green"),
-    "pending": ("....", "…", "dim"),
-    "running": ("RUN ", "⟳", "cyan"),
-    "todo": ("TODO", "○", "dim"),
+BADGE = {  # glyph and style; the word is STATUS_TEXT's (or the step's own state)
+    "ok": ("✔", "bold green"),
+    "warn": ("▲", "bold yellow"),
+    "fail": ("✖", "bold red"),
+    "info": ("•", "cyan"),
+    "skipped": ("–", "dim"),
+    "error": ("!", "bold red"),
+    "done": ("✔", "bold green"),
+    "pending": ("…", "dim"),
+    "running": ("⟳", "cyan"),
+    "todo": ("○", "dim"),
 }
+STEP_WORDS = {"done": "DONE", "pending": "....", "running": "RUN ", "todo": "TODO"}
 
 
 def badge(status: str) -> Text:
-    word, glyph, style = BADGE.get(status, (status.upper()[:4], "?", ""))
+    glyph, style = BADGE.get(status, ("?", ""))
+    word = STATUS_TEXT.get(status) or STEP_WORDS.get(status) or status.upper()[:4]
     return Text(f"{glyph} {word}", style=style)
 
 
