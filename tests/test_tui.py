@@ -233,3 +233,17 @@ async def test_import_a_capture_from_another_host(monkeypatch: pytest.MonkeyPatc
         await pilot.press("i", *"nope.pcap", "enter")
         await pilot.pause(0.1)
         assert len(app.findings.captures) == 2
+
+
+async def test_url_in_the_form_reaches_the_keepalive_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = RstTriageApp(live=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert app.check_context().url is None  # no peer, no URL: the probe is skipped
+        app.query_one("#in-peer").value = "10.20.4.18:443"
+        app.query_one("#in-url").value = "http://10.20.4.18:8080/health"
+        await pilot.pause(0.05)  # let the fields' Changed events settle
+        app.submit_flow()
+        await pilot.pause(0.05)
+        assert app.findings.flow.url == "http://10.20.4.18:8080/health"
+        assert app.check_context().url == "http://10.20.4.18:8080/health"
+        app.workers.cancel_all()

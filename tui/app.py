@@ -191,6 +191,7 @@ FIELDS = [
     ("server", "Server IP", validate.ip, "optional"),
     ("iface", "Interface", validate.iface, "default: the route's"),
     ("client_idle", "Client pool idle (s)", lambda v: validate.seconds(v, "idle", 0, 86400), "optional"),
+    ("url", "URL (keep-alive probe)", validate.url, "http://HOST:PORT/health"),
 ]
 
 
@@ -369,6 +370,9 @@ class RstTriageApp(App[None]):
             idle = self.query_one("#in-client_idle", Input).value.strip()
             if idle:
                 flow.client_idle = validate.seconds(idle, "client pool idle", 0, 86400)
+            url = self.query_one("#in-url", Input).value.strip()
+            if url:
+                flow.url = validate.url(url)
         except validate.InputError as e:
             self.notify(str(e), severity="error", title="Check the flow")
             return
@@ -392,8 +396,16 @@ class RstTriageApp(App[None]):
             server=f.server,
             iface=f.iface,
             client_idle=f.client_idle,
-            url=f"http://{f.peer_host}:{f.peer_port}/" if f.peer_host and f.peer_port in (80, 8080) else None,
+            url=f.url or self._guess_url(),
         )
+
+    def _guess_url(self) -> Optional[str]:
+        """Without a URL, probe plain HTTP on the usual ports only (never guess at TLS)."""
+        f = self.findings.flow
+        if f.peer_host and f.peer_port in (80, 8080):
+            host = f"[{f.peer_host}]" if ":" in f.peer_host else f.peer_host
+            return f"http://{host}:{f.peer_port}/"
+        return None
 
     def start_checks(self) -> None:
         from tui.checks import CHECKS

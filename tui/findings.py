@@ -34,6 +34,7 @@ class Flow:
     server: Optional[str] = None
     iface: Optional[str] = None
     client_idle: Optional[float] = None
+    url: Optional[str] = None  # for the HTTP keep-alive probe
 
     def describe(self) -> str:
         parts = []
