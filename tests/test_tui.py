@@ -246,4 +246,6 @@ async def test_url_in_the_form_reaches_the_keepalive_probe(monkeypatch: pytest.M
         await pilot.pause(0.05)
         assert app.findings.flow.url == "http://10.20.4.18:8080/health"
         assert app.check_context().url == "http://10.20.4.18:8080/health"
-        app.workers.cancel_all()
+        # the checks started on submit; let them report before the app goes away
+        views = [v for v in app.query(StepView) if v.step.check in checks.CHECKS]
+        await settle(pilot, lambda: all(v.status != "running" for v in views), 60)

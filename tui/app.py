@@ -425,9 +425,16 @@ class RstTriageApp(App[None]):
         result = checks.run(check_id, self.check_context())
         self.post_message(CheckFinished(result))
 
+    def _panes_gone(self) -> bool:
+        """True once the panes are gone (quitting): late worker results only get saved."""
+        return not self.query("#path")
+
     def on_check_finished(self, message: CheckFinished) -> None:
         r = message.result
         self.findings.checks[r.id] = r.to_json()
+        if self._panes_gone():
+            self.save()
+            return
         for view in self._views_for(r.id):
             view.set_result(r.status, r.summary, r.evidence, r.command)
         self.save()
@@ -493,6 +500,8 @@ class RstTriageApp(App[None]):
         self.findings.analysis = message.analysis.to_json()
         self.findings.captures = message.captures
         self.save()
+        if self._panes_gone():
+            return
         self._show_analysis()
         self._show_verdict()
 
