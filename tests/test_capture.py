@@ -160,7 +160,7 @@ def _world_dir() -> Iterator[Path]:
 
 def test_unwritable_output_dir_is_a_usage_error() -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run as nobody")
+        lab_unavailable("needs root and setpriv to run as nobody")
     with _world_dir() as d:
         locked = d / "locked"
         locked.mkdir(mode=0o755)  # root's, not writable by nobody
@@ -171,7 +171,7 @@ def test_unwritable_output_dir_is_a_usage_error() -> None:
 
 def test_no_permission_to_capture_is_one_line_exit_1() -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None or shutil.which("tcpdump") is None:
-        pytest.skip("needs root, setpriv and tcpdump")
+        lab_unavailable("needs root, setpriv and tcpdump")
     with _world_dir() as d:
         out = d / "x.pcap"
         proc = _cli(["--iface", "lo", "--seconds", "1", "-w", str(out)], user="nobody")
@@ -186,6 +186,7 @@ def test_no_permission_to_capture_is_one_line_exit_1() -> None:
 
 # ---- lab --------------------------------------------------------------------------------------
 from tests.lab.netlab import Lab, count_resets  # noqa: E402
+from tests.lab.session import lab_unavailable  # noqa: E402
 
 CLOSED_PORT = 9
 SERVE_PORT = 9401
@@ -471,7 +472,10 @@ def test_default_path_is_private_under_the_state_dir(lab: Lab, tmp_path: Path) -
 
 @pytest.mark.lab
 def test_scapy_fallback_without_tcpdump(lab: Lab, tmp_path: Path) -> None:
-    pytest.importorskip("scapy")
+    try:
+        import scapy  # noqa: F401
+    except ImportError:
+        lab_unavailable("scapy is not installed")
     server = lab.addr("server")
     out = tmp_path / "scapy.pcap"
     empty_path = tmp_path / "bin"

@@ -236,7 +236,7 @@ print(json.dumps(r.to_json()))
 
 def _as_nobody(argv: list[str]) -> subprocess.CompletedProcess[str]:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run a command as nobody")
+        lab_unavailable("needs root and setpriv to run a command as nobody")
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
                           capture_output=True, text=True, timeout=30, cwd=REPO_ROOT,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=False)
