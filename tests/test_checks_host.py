@@ -433,15 +433,10 @@ def test_iface_drops_on_a_veth_mtu_mismatch(lab: Lab, tmp_path: Path) -> None:
 def tiny_port_range(lab: Lab) -> Iterator[tuple[int, int]]:
     """20 ports, all above the default range (32768-60999): sockets other tests left behind in
     TIME-WAIT or FIN-WAIT-2 cannot sit in it."""
-    key = "net.ipv4.ip_local_port_range"
-    old = lab.run("client", ["sysctl", "-n", key]).stdout.split()
-    got = lab.sysctl("client", key, "61000 61019").split()
-    try:
-        if got != ["61000", "61019"]:
+    with lab.sysctl_set("client", "net.ipv4.ip_local_port_range", "61000 61019") as got:
+        if got.split() != ["61000", "61019"]:
             pytest.fail(f"could not narrow the port range in the client namespace: read back {got}")
         yield 61000, 61019
-    finally:
-        lab.sysctl("client", key, " ".join(old))
 
 
 @pytest.mark.lab
@@ -552,14 +547,10 @@ def _comm(proc: Proc) -> str:
 @pytest.fixture
 def proxy_keepalive_60(lab: Lab) -> Iterator[None]:
     key = "net.ipv4.tcp_keepalive_time"
-    old = lab.run("proxy", ["sysctl", "-n", key]).stdout.strip()
-    got = lab.sysctl("proxy", key, "60")
-    try:
+    with lab.sysctl_set("proxy", key, "60") as got:
         if got != "60":
             pytest.fail(f"could not set {key} in the proxy namespace: read back {got}")
         yield
-    finally:
-        lab.sysctl("proxy", key, old)
 
 
 @pytest.mark.lab

@@ -8,11 +8,9 @@ way a user would: ``python -m tui check --only ID --json``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,24 +297,6 @@ def checks(lab: Lab, role: str, ids: list[str], *extra: str, unprivileged: bool 
     return results
 
 
-@contextlib.contextmanager
-def nft_table(lab: Lab, role: str, family: str, name: str, body: str) -> Iterator[None]:
-    lab.nft(role, f"table {family} {name} {{\n{body}\n}}\n")
-    try:
-        yield
-    finally:
-        lab.nft_delete_table(role, family, name)
-
-
-@contextlib.contextmanager
-def sysctl(lab: Lab, role: str, key: str, value: str) -> Iterator[str]:
-    old = lab.run(role, ["sysctl", "-n", key]).stdout.strip()
-    try:
-        yield lab.sysctl(role, key, value)
-    finally:
-        lab.sysctl(role, key, old)
-
-
 def ct_count(lab: Lab, role: str = "router") -> int:
     return int(lab.run(role, ["cat", f"{NF}/nf_conntrack_count"]).stdout)
 
@@ -344,7 +324,7 @@ def need_scapy() -> None:
 
 @pytest.mark.lab
 def test_lab_conntrack_clean_router_is_ok(lab: Lab) -> None:
-    with nft_table(lab, "router", "inet", "rsttest_ct", CT_ON):
+    with lab.nft_table("router", "inet", "rsttest_ct", CT_ON):
         lab.run("client", ["ping", "-c", "2", "-i", "0.2", "-W", "1", "-n", lab.addr("server")])
         res = checks(lab, "router", ["conntrack"])["conntrack"]
     assert res["status"] == "ok", res
@@ -363,7 +343,7 @@ def test_lab_conntrack_table_full_fails(lab: Lab) -> None:
     if target > MAX_FILL:
         lab_unavailable(f"nf_conntrack_max is {cmax}: filling {target} entries needs more than "
                     f"{MAX_FILL} flows (memory and time); the threshold logic is unit-tested")
-    with nft_table(lab, "router", "inet", "rsttest_ct", CT_ON):
+    with lab.nft_table("router", "inet", "rsttest_ct", CT_ON):
         try:
             flush_conntrack(lab)
             need = target - ct_count(lab)
@@ -387,7 +367,7 @@ def test_lab_conntrack_early_drop_rising_fails(lab: Lab, tmp_path: Path) -> None
     cmax = host_ct_max()
     if cmax > MAX_FILL:
         lab_unavailable(f"nf_conntrack_max is {cmax}: too large to overflow in a test")
-    with nft_table(lab, "router", "inet", "rsttest_ct", CT_ON):
+    with lab.nft_table("router", "inet", "rsttest_ct", CT_ON):
         sender: Proc | None = None
         try:
             sender = lab.spawn("client", [PY, "-c", FILL, str(cmax * 4), lab.addr("router"), "15"],
@@ -411,7 +391,7 @@ def test_lab_conntrack_invalid_rising_warns(lab: Lab, tmp_path: Path) -> None:
     need_scapy()
     port = 8101
     server = lab.addr("server")
-    with nft_table(lab, "router", "inet", "rsttest_ct", CT_ON), \
+    with lab.nft_table("router", "inet", "rsttest_ct", CT_ON), \
             lab.agent("server", ["serve", "--host", server, "--port", str(port), "--mode", "hold"],
                       name="server", log=tmp_path / "server.log"):
         forger = lab.spawn("server", [PY, "-c", FORGE, lab.iface("server", "proxy"), server,
@@ -480,18 +460,18 @@ def test_lab_trap_masquerade_exposed_forward_drop_useless_input_drop_fixes(
     trap = "conntrack-invalid-trap"
     assert lab.run("router", ["sysctl", "-n", "net.netfilter.nf_conntrack_tcp_be_liberal"]
                    ).stdout.strip() == "0"
-    with nft_table(lab, "router", "ip", "rsttest_nat", masquerade(lab)):
+    with lab.nft_table("router", "ip", "rsttest_nat", masquerade(lab)):
         exposed = checks(lab, "router", [trap])[trap]
         resets_exposed = router_resets(lab, tmp_path, 8201)
-        with nft_table(lab, "router", "inet", "rsttest_fwd",
+        with lab.nft_table("router", "inet", "rsttest_fwd",
                        "chain forward {\n type filter hook forward priority 0;\n ct state invalid drop\n}"):
             fwd_only = checks(lab, "router", [trap])[trap]
             resets_fwd_only = router_resets(lab, tmp_path, 8202)
-        with nft_table(lab, "router", "inet", "rsttest_in",
+        with lab.nft_table("router", "inet", "rsttest_in",
                        "chain input {\n type filter hook input priority 0; policy accept;\n"
                        " tcp dport 22 accept\n}"):
             adapted = checks(lab, "router", [trap])[trap]
-        with nft_table(lab, "router", "inet", "rsttest_in",
+        with lab.nft_table("router", "inet", "rsttest_in",
                        "chain input {\n type filter hook input priority 0; policy accept;\n"
                        " ct state invalid drop\n}"):
             fixed = checks(lab, "router", [trap])[trap]
@@ -520,11 +500,11 @@ def test_lab_trap_masquerade_exposed_forward_drop_useless_input_drop_fixes(
 @pytest.mark.lab
 def test_lab_trap_ipv6_masquerade_needs_a_drop_that_covers_ipv6(lab: Lab) -> None:
     trap = "conntrack-invalid-trap"
-    with nft_table(lab, "router", "ip6", "rsttest_nat6", masquerade(lab)), \
-            nft_table(lab, "router", "ip", "rsttest_in4",
+    with lab.nft_table("router", "ip6", "rsttest_nat6", masquerade(lab)), \
+            lab.nft_table("router", "ip", "rsttest_in4",
                       "chain input {\n type filter hook input priority 0;\n ct state invalid drop\n}"):
         v4_drop_only = checks(lab, "router", [trap])[trap]
-        with nft_table(lab, "router", "inet", "rsttest_in",
+        with lab.nft_table("router", "inet", "rsttest_in",
                        "chain input {\n type filter hook input priority 0;\n ct state invalid drop\n}"):
             both = checks(lab, "router", [trap])[trap]
     assert v4_drop_only["status"] == "fail"
@@ -536,8 +516,8 @@ def test_lab_trap_ipv6_masquerade_needs_a_drop_that_covers_ipv6(lab: Lab) -> Non
 @pytest.mark.lab
 def test_lab_trap_be_liberal_and_no_nat_are_ok(lab: Lab) -> None:
     trap = "conntrack-invalid-trap"
-    with nft_table(lab, "router", "ip", "rsttest_nat", masquerade(lab)), \
-            sysctl(lab, "router", "net.netfilter.nf_conntrack_tcp_be_liberal", "1") as now:
+    with lab.nft_table("router", "ip", "rsttest_nat", masquerade(lab)), \
+            lab.sysctl_set("router", "net.netfilter.nf_conntrack_tcp_be_liberal", "1") as now:
         assert now == "1"  # per namespace: it can be written here (read back)
         liberal = checks(lab, "router", [trap])[trap]
     no_nat = checks(lab, "client", [trap])[trap]
@@ -557,7 +537,7 @@ def test_lab_nft_reset_rule_flagged_with_its_match(lab: Lab, tmp_path: Path) -> 
     body = ("chain input {\n type filter hook input priority 0; policy accept;\n"
             f" tcp dport {port} ct state new limit rate 2/second burst 2 packets accept\n"
             f" tcp dport {port} ct state new counter reject with tcp reset\n}}")
-    with nft_table(lab, "server", "inet", "rsttest_fw", body), \
+    with lab.nft_table("server", "inet", "rsttest_fw", body), \
             lab.agent("server", ["serve", "--host", server, "--port", str(port)],
                       name="server", log=tmp_path / "server.log"):
         outcomes = json.loads(lab.run("client", [PY, "-c", CONNECTS, server, str(port), "12"]).stdout)
@@ -582,7 +562,7 @@ def test_lab_nft_reset_rule_that_cannot_match_the_peer_is_info(lab: Lab) -> None
     body = ("chain input {\n type filter hook input priority 0;\n"
             " ip saddr 10.201.9.0/24 tcp dport 8443 reject with tcp reset\n}")
     client4, client6 = lab.addr("client"), lab.addr("client", v6=True)
-    with nft_table(lab, "server", "inet", "rsttest_fw", body):
+    with lab.nft_table("server", "inet", "rsttest_fw", body):
         other_net = checks(lab, "server", ["nft-rules"], "--peer", f"{client4}:40000")["nft-rules"]
         v6_peer = checks(lab, "server", ["nft-rules"], "--peer", f"[{client6}]:40000")["nft-rules"]
         inside = checks(lab, "server", ["nft-rules"], "--peer", "10.201.9.5:40000")["nft-rules"]
@@ -598,7 +578,7 @@ def test_lab_nft_plain_reject_is_icmp_not_a_reset(lab: Lab, tmp_path: Path) -> N
     port = 8444
     server = lab.addr("server")
     body = f"chain input {{\n type filter hook input priority 0;\n tcp dport {port} reject\n}}"
-    with nft_table(lab, "server", "inet", "rsttest_fw", body):
+    with lab.nft_table("server", "inet", "rsttest_fw", body):
         with lab.process("client", ["tcpdump", "-i", lab.iface("client", "router"), "-l", "-nn",
                                     f"host {server} and (icmp or tcp[tcpflags] & tcp-rst != 0)"],
                          name="tcpdump", log=tmp_path / "tcpdump.log", ready="listening on") as td:
@@ -626,7 +606,7 @@ def test_lab_nft_clean_namespace_is_ok(lab: Lab) -> None:
 @pytest.mark.lab
 def test_lab_unprivileged_skips_with_reasons(lab: Lab) -> None:
     ids = ["conntrack", "conntrack-invalid-trap", "nft-rules"]
-    with nft_table(lab, "router", "ip", "rsttest_nat", masquerade(lab)):
+    with lab.nft_table("router", "ip", "rsttest_nat", masquerade(lab)):
         res = checks(lab, "router", ids, unprivileged=True)
     ct, trap, nft = res["conntrack"], res["conntrack-invalid-trap"], res["nft-rules"]
     # count/max and /proc/net/stat are world-readable: conntrack still works, from procfs.

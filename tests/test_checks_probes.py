@@ -328,14 +328,9 @@ table inet probes_blackhole {
 @pytest.fixture
 def ping_sockets(lab: Lab) -> Iterator[None]:
     """Unprivileged ICMP echo sockets allowed in the client namespace (as systemd sets it)."""
-    key = "net.ipv4.ping_group_range"
-    old = lab.run("client", ["sysctl", "-n", key]).stdout.split()
-    got = lab.sysctl("client", key, "0 2147483647")
-    assert got.split() == ["0", "2147483647"], got
-    try:
+    with lab.sysctl_set("client", "net.ipv4.ping_group_range", "0 2147483647") as got:
+        assert got.split() == ["0", "2147483647"], got
         yield
-    finally:
-        lab.sysctl("client", key, " ".join(old))
 
 
 def _assert_black_hole(r: dict[str, Any], lab: Lab, family_v6: bool) -> None:

@@ -358,6 +358,24 @@ class Lab:
         self.run(role, ["sysctl", "-q", "-w", f"{key}={value}"], check=False)
         return self.run(role, ["sysctl", "-n", key]).stdout.strip()
 
+    @contextlib.contextmanager
+    def sysctl_set(self, role: str, key: str, value: str) -> Iterator[str]:
+        """A sysctl set for the block; yields the value read back; the old one is restored."""
+        old = " ".join(self.run(role, ["sysctl", "-n", key]).stdout.split())
+        try:
+            yield self.sysctl(role, key, value)
+        finally:
+            self.sysctl(role, key, old)
+
+    @contextlib.contextmanager
+    def nft_table(self, role: str, family: str, name: str, body: str) -> Iterator[None]:
+        """An nft table in one namespace for the duration of the block."""
+        self.nft(role, f"table {family} {name} {{\n{body}\n}}\n")
+        try:
+            yield
+        finally:
+            self.nft_delete_table(role, family, name)
+
     def spawn(self, role: str, argv: Sequence[str], *, name: str, log: Path,
               stop_signal: int = signal.SIGTERM) -> Proc:
         """Start ``argv`` in the namespace; stdout and stderr go to ``log``."""

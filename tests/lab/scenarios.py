@@ -134,26 +134,6 @@ def _client(lab: Lab, outdir: Path, cmd: str, host: str, port: int, *extra: str,
 
 
 @contextlib.contextmanager
-def _nft_table(lab: Lab, role: str, family: str, table: str, body: str) -> Iterator[None]:
-    """An nft table in one namespace for the duration of the block."""
-    lab.nft(role, f"table {family} {table} {{\n{body}\n}}\n")
-    try:
-        yield
-    finally:
-        lab.nft_delete_table(role, family, table)
-
-
-@contextlib.contextmanager
-def _sysctl(lab: Lab, role: str, key: str, value: str) -> Iterator[str]:
-    """Set a sysctl for the block; yields the value read back; restores the old value."""
-    old = lab.run(role, ["sysctl", "-n", key]).stdout.strip()
-    try:
-        yield lab.sysctl(role, key, value)
-    finally:
-        lab.sysctl(role, key, old)
-
-
-@contextlib.contextmanager
 def _nginx(lab: Lab, outdir: Path, port: int, keepalive_timeout: str) -> Iterator[Proc]:
     """nginx (Debian's binary, our own config) on the server, v4 and v6."""
     work = outdir / "nginx"
@@ -291,7 +271,7 @@ def _firewall_reject(lab: Lab, outdir: Path, v6: bool) -> ScenarioResult:
     points = _endpoint_points(lab)
     # the server closes the served connection itself (FIN) shortly after answering
     with _server(lab, outdir, port, "--idle", "0.3", v6=v6), \
-            _nft_table(lab, "server", "inet", "rstlab_fw", rule), \
+            lab.nft_table("server", "inet", "rstlab_fw", rule), \
             lab.captures(outdir, points) as caps:
         served = _client(lab, outdir, "request", lab.addr("server", v6), port,
                          "--connection", "close")
@@ -394,7 +374,7 @@ def nat_conntrack_invalid(lab: Lab, outdir: Path) -> ScenarioResult:
     points = {**_endpoint_points(lab), "router": ("router", outside_if)}
     be_liberal = lab.run("router", ["sysctl", "-n", "net.netfilter.nf_conntrack_tcp_be_liberal"],
                          check=False).stdout.strip()
-    with _nft_table(lab, "router", "ip", "rstlab_nat", nat), \
+    with lab.nft_table("router", "ip", "rstlab_nat", nat), \
             _server(lab, outdir, port, "--mode", "hold"), \
             lab.agent("server", forger_args, name="forger",
                       log=outdir / "logs" / "forger.log") as forger:
@@ -456,8 +436,8 @@ def state_expired(lab: Lab, outdir: Path) -> ScenarioResult:
              "  ct state new tcp flags & (syn | ack) != syn reject with tcp reset\n}")
     points = {**_endpoint_points(lab), "router": ("router", lab.iface("router", "client"))}
     # The table first: conntrack only runs in the namespace once a rule needs it.
-    with _nft_table(lab, "router", "inet", "rstlab_state", rules), \
-            _sysctl(lab, "router", key, "2") as timeout:
+    with lab.nft_table("router", "inet", "rstlab_state", rules), \
+            lab.sysctl_set("router", key, "2") as timeout:
         if timeout != "2":
             raise LabError(f"state-expired: {key} is not settable per namespace "
                            f"(read back {timeout!r})")
