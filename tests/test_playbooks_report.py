@@ -219,3 +219,15 @@ async def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         assert app.no_color
         screen = app.export_screenshot()
         assert "PASS" in screen  # the status is in words, not in colour
+
+
+def test_report_out_over_an_existing_file_makes_it_private(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path), "HOME": str(tmp_path)}
+    SessionStore(tmp_path / "rst-triage").save(_findings())
+    out = tmp_path / "ticket.md"
+    out.write_text("old")
+    out.chmod(0o644)
+    proc = subprocess.run([sys.executable, "-m", "tui", "report", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_mode & 0o777 == 0o600 and out.read_text().startswith("## Connection resets")

@@ -22,7 +22,7 @@ from textual.validation import Function
 from textual.widgets import Button, Footer, Header, Input, Label, Static, TabbedContent, TabPane
 
 from tui import validate
-from tui.findings import CaptureRef, Findings, Flow, SessionStore, StepNote, state_dir
+from tui.findings import CaptureRef, Findings, Flow, SessionStore, StepNote, state_dir, write_private
 from tui.playbooks import Playbook, load_all
 from tui.widgets import PathDiagram, StepView, badge
 
@@ -214,7 +214,6 @@ class RstTriageApp(App[None]):
         Binding("s", "mark('skipped')", "Skip", id="app.step.skip"),
         Binding("n", "note", "Note", id="app.step.note"),
         Binding("r", "rerun", "Re-run", id="app.step.rerun"),
-
         Binding("e", "export", "Export", id="app.export"),
     ]
 
@@ -682,9 +681,7 @@ class RstTriageApp(App[None]):
         out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ext = {"md": "md", "jira": "jira.txt", "json": "json"}[fmt]
         path = out_dir / f"ticket-{self.findings.id}{'-redacted' if redact else ''}.{ext}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        write_private(path, text)
         self.copy_to_clipboard(text)
         self.last_ticket = path
         self.notify(f"Ticket written to {path} and sent to the clipboard (OSC 52)", title="Export")

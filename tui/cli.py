@@ -49,6 +49,10 @@ class UsageError(Exception):
     pass
 
 
+class Failed(Exception):
+    """The command cannot produce its findings; ``str()`` is the one line to show (exit 1)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line."""
 
@@ -284,8 +288,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     try:
         result = analyze_files(args.captures, hints)
     except CaptureError as e:
-        print(f"rst-triage: {e}", file=sys.stderr)
-        return 1
+        raise Failed(str(e)) from None
     for c in result.captures:
         for w in c.warnings:
             print(f"rst-triage: warning: {w}", file=sys.stderr)
@@ -416,25 +419,13 @@ def cmd_tui(args: argparse.Namespace) -> int:
         try:
             open_capture(p).close()
         except CaptureError as e:
-            print(f"rst-triage: {e}", file=sys.stderr)
-            return 1
+            raise Failed(str(e)) from None
     store = SessionStore()
-    findings = None
-    if args.resume:
-        latest = store.latest()
-        if latest is None:
-            print(f"rst-triage: no saved session in {store.root} to resume", file=sys.stderr)
-            return 1
-        try:
-            findings = store.load(latest)
-        except ValueError as e:
-            print(f"rst-triage: {e}", file=sys.stderr)
-            return 1
+    findings = _session(store, None, " to resume") if args.resume else None
     try:
         playbooks = load_all()
     except PlaybookError as e:
-        print(f"rst-triage: {e}", file=sys.stderr)
-        return 1
+        raise Failed(str(e)) from None
     if not sys.stdout.isatty() or not sys.stdin.isatty():
         print(
             "rst-triage: the app needs a terminal; see 'rst-triage --help' for the commands", file=sys.stderr
@@ -460,27 +451,29 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return 0
 
 
+def _session(store, path: Optional[Path], why_missing: str):
+    """The findings in ``path``, or in the newest session file; Failed when there is none."""
+    path = path or store.latest()
+    if path is None:
+        raise Failed(f"no saved session in {store.root}{why_missing}")
+    try:
+        return store.load(path)
+    except ValueError as e:
+        raise Failed(str(e)) from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from tui.findings import SessionStore
+    from tui.findings import SessionStore, write_private
     from tui.report import render
 
     store = SessionStore()
-    path = Path(v.readable_file(args.session, "--session")) if args.session else store.latest()
-    if path is None:
-        print(f"rst-triage: no saved session in {store.root}: run rst-triage first", file=sys.stderr)
-        return 1
-    try:
-        findings = store.load(path)
-    except ValueError as e:
-        print(f"rst-triage: {e}", file=sys.stderr)
-        return 1
+    path = Path(v.readable_file(args.session, "--session")) if args.session else None
+    findings = _session(store, path, ": run rst-triage first")
     text = render(findings, args.format, args.redact)
     if args.out:
         out = v.writable_path(args.out, "--out")
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        print(f"rst-triage: ticket written to {out} (from {path})", file=sys.stderr)
+        write_private(out, text)
+        print(f"rst-triage: ticket written to {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -506,6 +499,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (UsageError, InputError) as e:
         print(f"rst-triage: error: {e}", file=sys.stderr)
         return 2
+    except Failed as e:
+        print(f"rst-triage: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rst-triage: interrupted", file=sys.stderr)
         return 130

@@ -108,6 +108,14 @@ class Findings:
         )
 
 
+def write_private(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, also if it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode argument only applies to a file created now
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def sha256_of(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
