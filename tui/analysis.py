@@ -314,7 +314,6 @@ class Ctx:
     after: list[TcpPacket]
     conn: Conn
     sender: Optional[Direction]
-    sender_ip: str
     peer_ip: str
 
 
@@ -337,7 +336,7 @@ def _classify(s: Scanned, conn: Conn, sighting: RstSighting, roles: dict[str, st
     before = _decode_all(sighting.before)
     after = _decode_all(sighting.after)
     sender = conn.sent_by(rst.src, rst.sport)
-    ctx = Ctx(rst, before, after, conn, sender, rst.src, rst.dst)
+    ctx = Ctx(rst, before, after, conn, sender, rst.dst)
     t0 = conn.first_ts
     ev = ResetEvent(
         time=rst.ts,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from tui.model import CaptureInfo, ResetEvent, Verdict
 
@@ -99,6 +98,3 @@ def _dedupe(items: list[str]) -> list[str]:
             out.append(i)
     return out
 
-
-def first_reset(events: list[ResetEvent]) -> Optional[ResetEvent]:
-    return events[0] if events else None

@@ -35,7 +35,6 @@ PROC_STAT = "/proc/net/stat/nf_conntrack"
 WARN_PCT = 80.0
 FAIL_PCT = 95.0
 FAIL_KEYS = ("drop", "early_drop", "insert_failed")
-WARN_KEYS = ("invalid",)
 KEYS = ("invalid", "insert_failed", "drop", "early_drop")
 HUMAN = ("sysctl net.netfilter.nf_conntrack_count net.netfilter.nf_conntrack_max; "
          "sudo conntrack -S")

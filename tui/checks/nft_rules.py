@@ -38,7 +38,6 @@ TITLE = "Firewall rules that reset (nft / iptables)"
 PLAYBOOK = "third"
 
 HUMAN_NFT = "sudo nft -a list ruleset"
-HUMAN_IPT = "sudo iptables-save; sudo ip6tables-save"
 MAX_LISTED = 20  # rules listed in evidence / value; the rest are counted
 MAX_JUMP_DEPTH = 8
 
